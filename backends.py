@@ -134,6 +134,48 @@ def partial_path(dst: Path) -> Path:
     return dst.with_name(dst.name + ".partial")
 
 
+_MARKER_SUFFIX = ".quantizer.json"
+
+
+def _marker_path(dst: Path) -> Path:
+    """Beside a running quantizer's output: its PID and start time, so a run killed with -9 can be cleaned up."""
+    return dst.with_name(dst.name + _MARKER_SUFFIX)
+
+
+def _process_start(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def reap_stale_quantizers(directory: Path) -> list[str]:
+    """Stop quantizers left running by a killed run in ``directory`` and remove every partial file there.
+
+    Call only while holding the directory's run lock: then no live run of ours owns a ``.partial`` file.  A marker's
+    process group is killed only when its PID still belongs to the process that was started (same start time).
+    Returns one note per quantizer stopped.
+    """
+    notes = []
+    for marker in directory.glob("*" + _MARKER_SUFFIX):
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+            pid, started = int(data["pid"]), float(data["started"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pid, started = 0, 0.0
+        now_started = _process_start(pid) if pid > 0 else None
+        if now_started is not None and abs(now_started - started) < 1.0:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+                notes.append(f"stopped quantizer PID {pid} left running by an interrupted run")
+        marker.unlink(missing_ok=True)
+    for partial in directory.glob("*.partial"):
+        partial.unlink(missing_ok=True)
+    return notes
+
+
 def run_quantizer(
     cmd: Sequence[str],
     dst: Path,
@@ -158,6 +200,9 @@ def run_quantizer(
         )
     except OSError as exc:
         raise LevelFailure(f"cannot run {cmd[0]}: {exc.strerror or exc}") from None
+    marker = _marker_path(dst)
+    with contextlib.suppress(OSError):
+        marker.write_text(json.dumps({"pid": proc.pid, "started": _process_start(proc.pid)}), encoding="utf-8")
 
     def reader() -> None:
         assert proc.stdout is not None
@@ -184,12 +229,24 @@ def run_quantizer(
             reason = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
             if code in (-signal.SIGKILL, 137):
                 reason += " (out of memory?)"
-            raise LevelFailure(f"quantizer failed ({reason}): {_tail(tail)}")
+            raise LevelFailure(f"{_disk_full_note(dst)}quantizer failed ({reason}): {_tail(tail)}")
         if not partial.exists() or partial.stat().st_size == 0:
             raise LevelFailure(f"quantizer exited 0 but wrote no output: {_tail(tail)}")
         os.replace(partial, dst)
     finally:
         partial.unlink(missing_ok=True)
+        marker.unlink(missing_ok=True)
+
+
+def _disk_full_note(dst: Path) -> str:
+    """'disk full: ...' when the output's filesystem has (almost) no room left while the partial file still exists."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(dst.parent).free
+    except OSError:
+        return ""
+    return f"disk full ({free / 1e6:.1f} MB free in {dst.parent}): " if free < 4 * 2**20 else ""
 
 
 def _tail(lines: deque[str]) -> str:
@@ -235,7 +292,8 @@ class EmbeddedLlamaCpp:
         """Quantize in a child Python process running this module's ``quantize`` entry point."""
         cmd = [sys.executable, str(Path(__file__).resolve()), "quantize", str(src), str(partial_path(dst)),
                str(ftype), str(self.threads), "1" if allow_requantize else "0"]
-        run_quantizer(cmd, dst, timeout=self.quant_timeout, progress=progress)
+        env = {**os.environ, _PARENT_ENV: str(os.getpid())}
+        run_quantizer(cmd, dst, timeout=self.quant_timeout, progress=progress, env=env)
 
     def describe(self) -> dict:
         """Backend name and llama-cpp-python version."""
@@ -309,9 +367,27 @@ def quiet_llama_logs() -> Iterator[None]:
     yield
 
 
+_PARENT_ENV = "PASS1_PARENT_PID"
+
+
+def _exit_with_parent(output: Path) -> None:
+    """If the process that started us dies (kill -9), remove our partial output and exit instead of running on."""
+    parent = int(os.environ.get(_PARENT_ENV) or os.getppid())
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                output.unlink(missing_ok=True)
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _quantize_main(argv: list[str]) -> int:
     """Child-process entry: ``backends.py quantize SRC DST FTYPE THREADS ALLOW_REQUANTIZE``."""
     src, dst, ftype, threads, allow = argv
+    _exit_with_parent(Path(dst))
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()

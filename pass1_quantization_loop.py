@@ -17,6 +17,7 @@ import logging
 import os
 import shlex
 import shutil
+import sqlite3
 import sys
 import time
 import uuid
@@ -34,6 +35,7 @@ from backends import (
     MockBackend,
     ModelHandle,
     llama_cpp_available,
+    reap_stale_quantizers,
 )
 from emotion_metrics import METRIC_KEYS, overall_score
 from emotion_training_tracker import DEFAULT_DB, EmotionTrainingTracker, PassType, atomic_write_text
@@ -318,6 +320,8 @@ class Orchestrator:
         self.scenarios = builder.take(config.evaluation_prompts)
         self._prepare_output_dir()
         with RunLock(config.output_dir):
+            for note in reap_stale_quantizers(config.output_dir):
+                self.console.say(f"note: {note}")
             self.tracker = EmotionTrainingTracker(config.db)
             for notice in self.tracker.notices:
                 self.console.say(f"note: {notice}")
@@ -837,7 +841,12 @@ class Orchestrator:
         suffix = "baseline" if result.iteration == 0 else f"iter{result.iteration}_{result.quant_level}"
         path = inside(self.config.output_dir, f"pass1_responses_{self.stamp}_{suffix}.jsonl")
         lines = [json.dumps({k: v for k, v in a.items() if k != "cache_key"}, ensure_ascii=False) for a in answers]
-        atomic_write_text(path, "\n".join(lines) + "\n")
+        try:
+            atomic_write_text(path, "\n".join(lines) + "\n")
+        except OSError as exc:
+            # The answers still go to the tracker with the iteration; only this convenience copy is missing.
+            self.console.say(f"  warning: could not write {path.name}: {exc.strerror or exc}")
+            return
         result.responses_file = str(path)
 
     def _record(self, result: IterationResult, answers: list[dict[str, Any]]) -> None:
@@ -1253,6 +1262,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # Disk full, a directory gone read-only, ...: the user fixes the machine and runs the same command again.
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; what finished before this is recorded, run the same command "
+              "again to resume", file=sys.stderr)
+        return EXIT_USAGE
+    except sqlite3.Error as exc:
+        print(f"error: tracker database: {exc}; what finished before this is recorded (each iteration is one "
+              "transaction), run the same command again to resume", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ninterrupted: everything finished so far is recorded; run the same command again to resume",
               file=sys.stderr)
