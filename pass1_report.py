@@ -147,6 +147,8 @@ def write_chart(path: Path, baseline: IterationResult | None, results: Sequence[
         xs = [r.size_gb for r in measured] + ([baseline.size_gb] if baseline and baseline.size_gb else [])
         if xs and target_size <= max(xs) * 1.5:
             ax.axvline(target_size, color="#e67e22", lw=1, ls=":", label=f"size target ({target_size:g} GB)")
+        elif xs:  # far off to the right: say so rather than squash every point against the left edge
+            ax.plot([], [], color="#e67e22", lw=1, ls=":", label=f"size target ({target_size:g} GB, off the chart)")
         best = next((r for r in measured if r.quant_level == best_level), None)
         if best:
             ax.plot([best.size_gb], [best.overall_score], marker="*", ms=18, color="#27ae60", ls="none",
