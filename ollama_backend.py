@@ -330,6 +330,15 @@ def _fit(part: str, limit: int) -> str:
     return f"{part[: limit - 7].rstrip('._-')}-{digest}"
 
 
+def require_ollama_cli(ollama_exe: str = "ollama") -> str:
+    """The path of the ``ollama`` executable, or a BackendError saying how to get it."""
+    exe = shutil.which(ollama_exe)
+    if exe is None:
+        raise BackendError(f"the Ollama CLI was not found (looked for {ollama_exe!r} on PATH): install Ollama "
+                           f"from {INSTALL_URL}, or put the ollama executable on PATH")
+    return exe
+
+
 class OllamaBackend:
     """Generate with an Ollama server; import each level's GGUF (or let Ollama quantize q8_0/q4_K_M) via the CLI."""
 
@@ -347,11 +356,7 @@ class OllamaBackend:
         use_native_quantize: bool = False,
         create_timeout: float = 3600.0,
     ) -> None:
-        exe = shutil.which(ollama_exe)
-        if exe is None:
-            raise BackendError(f"the Ollama CLI was not found (looked for {ollama_exe!r} on PATH): install Ollama "
-                               f"from {INSTALL_URL}, or put the ollama executable on PATH")
-        self.ollama_exe = exe
+        self.ollama_exe = require_ollama_cli(ollama_exe)
         self.file_quantizer = file_quantizer
         self.parallel = max(1, parallel)
         self.keep_alive = keep_alive

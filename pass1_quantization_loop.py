@@ -989,8 +989,9 @@ def _binaries_backend(cmd: Sequence[str], config: QuantizationConfig, threads: i
 
 
 def _ollama_backend(config: QuantizationConfig, threads: int, file_quantizer: Any) -> Any:
-    from ollama_backend import OllamaBackend
+    from ollama_backend import OllamaBackend, require_ollama_cli
 
+    require_ollama_cli()  # a missing Ollama is the first thing to fix, so say it first
     if file_quantizer is None:
         raise BackendError("Ollama cannot make q6_K/q5_K_M/q3_K_L/q2_K itself: install llama-cpp-python==0.3.36 "
                            "or put llama-quantize on PATH so the levels can be made as GGUF and imported")
