@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -239,9 +240,8 @@ def run_quantizer(
 
 
 def _disk_full_note(dst: Path) -> str:
-    """'disk full: ...' when the output's filesystem has (almost) no room left while the partial file still exists."""
-    import shutil
-
+    """'disk full (...): ' when the output's filesystem has (almost) no room left, checked before the partial file
+    is removed; '' otherwise."""
     try:
         free = shutil.disk_usage(dst.parent).free
     except OSError:
