@@ -330,6 +330,17 @@ def _fit(part: str, limit: int) -> str:
     return f"{part[: limit - 7].rstrip('._-')}-{digest}"
 
 
+NATIVE_QUANTIZE_SINCE = (0, 7)  # `ollama create --quantize q8_0|q4_K_S|q4_K_M` from a 16-bit model
+
+
+def _version_at_least(version: str | None, minimum: tuple[int, ...]) -> bool:
+    """True when ``version`` ("0.12.6", "v0.7.0-rc1") is at least ``minimum``; unknown or dev builds count as new."""
+    numbers = re.findall(r"\d+", version or "")[: len(minimum)]
+    if len(numbers) < len(minimum) or tuple(map(int, numbers)) == (0,) * len(minimum):
+        return True
+    return tuple(map(int, numbers)) >= minimum
+
+
 def require_ollama_cli(ollama_exe: str = "ollama") -> str:
     """The path of the ``ollama`` executable, or a BackendError saying how to get it."""
     exe = shutil.which(ollama_exe)
@@ -362,14 +373,18 @@ class OllamaBackend:
         self.keep_alive = keep_alive
         self.model_prefix = model_prefix
         self.create_timeout = create_timeout
-        self.native_levels: frozenset[str] = (
-            frozenset(level.name for level in LEVELS if level.ollama_native) if use_native_quantize else frozenset()
-        )
         try:
             self.client = client or OllamaClient(pool_size=max(10, self.parallel))
             self.server_version = self.client.version().get("version")
         except OllamaError as exc:  # bad OLLAMA_HOST or no server: the whole backend is unusable
             raise BackendError(str(exc)) from None
+        native = use_native_quantize and _version_at_least(self.server_version, NATIVE_QUANTIZE_SINCE)
+        if use_native_quantize and not native:
+            log.info("Ollama %s predates `ollama create --quantize` (%s): llama.cpp makes every level",
+                     self.server_version, ".".join(map(str, NATIVE_QUANTIZE_SINCE)))
+        self.native_levels: frozenset[str] = (
+            frozenset(level.name for level in LEVELS if level.ollama_native) if native else frozenset()
+        )
 
     def describe(self) -> dict:
         """Backend name, Ollama server host and version, and what makes the non-native levels."""

@@ -91,6 +91,7 @@ class QuantizationConfig:
     max_iterations: int = 10
     evaluation_prompts: int = 25
     quant_tool: str = "auto"
+    ollama_quantize: bool = True  # with --quant-tool ollama: Ollama makes q8_0/q4_K_M from the 16-bit base itself
     output_dir: Path = DEFAULT_OUTPUT_DIR
     db: Path = DEFAULT_DB
     force: bool = False
@@ -425,6 +426,7 @@ class Orchestrator:
             self.base.model_key if self.base else None, [s.to_dict() for s in self.scenarios],
             asdict(self.settings), config.mode, config.run_once_level, config.baseline_level, config.strategy,
             config.target_size, config.max_degradation, config.max_iterations, config.decision, self.backend.name,
+            sorted(self.backend.native_levels),
             config.mock,
         )
 
@@ -571,8 +573,9 @@ class Orchestrator:
         config = self.config
         label = level.name if level else ("f16" if self.base.requantized_from else _base_label(self.base))
         result = IterationResult(iteration=iteration, quant_level=label, model_name=self._model_label(level))
-        model_key = self.base.model_key if level is None else _short_hash(self.base.model_key, level.name,
-                                                                           self.backend.name)
+        native = level is not None and level.name in self.backend.native_levels
+        model_key = self.base.model_key if level is None else _short_hash(
+            self.base.model_key, level.name, self.backend.name, *(["made by the backend itself"] if native else []))
         result.model_key = model_key
         cache_keys = {s.id: _short_hash(model_key, s.to_dict(), self.settings.key()) for s in self.scenarios}
         answers = self._cached_records(self._cached_answers(cache_keys), cache_keys) if config.use_cache else {}
@@ -584,7 +587,7 @@ class Orchestrator:
         started = time.perf_counter()
         self.console.say(f"[{'baseline' if is_baseline else f'iter {iteration}'}] {label}: "
                          + ("answers from cache" if reuse else
-                            "quantizing" if level and level.name not in self.backend.native_levels else "evaluating"))
+                            "quantizing" if level and not native else "evaluating"))
         try:
             if reuse:
                 assert previous is not None
@@ -778,6 +781,10 @@ class Orchestrator:
             return
         earlier = ((previous or {}).get("extra") or {}).get("fidelity")
         path = Path(result.model_path) if result.model_path else None
+        if path is None and not earlier:
+            result.note = ((result.note + "; ") if result.note else "") + (
+                "KLD not measured: the backend made this level itself, there is no GGUF file to compare")
+            return
         if earlier or path is None or not path.is_file():
             # Answered from the cache: the same model on the same baseline answers gave this divergence before.
             result.fidelity = earlier
@@ -996,7 +1003,8 @@ def _ollama_backend(config: QuantizationConfig, threads: int, file_quantizer: An
         raise BackendError("Ollama cannot make q6_K/q5_K_M/q3_K_L/q2_K itself: install llama-cpp-python==0.3.36 "
                            "or put llama-quantize on PATH so the levels can be made as GGUF and imported")
     return OllamaBackend(file_quantizer, parallel=config.parallel,
-                         model_prefix=safe_name(Path(config.base_model).stem).lower())
+                         model_prefix=safe_name(Path(config.base_model).stem).lower(),
+                         use_native_quantize=config.ollama_quantize)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1080,6 +1088,9 @@ def build_parser() -> argparse.ArgumentParser:
     extra.add_argument("--quant-tool", default="auto", metavar="CMD",
                        help="auto (default), llama.cpp (embedded llama-cpp-python), ollama, or a llama-quantize "
                             "command/path")
+    extra.add_argument("--ollama-quantize", action=argparse.BooleanOptionalAction, default=True,
+                       help="with --quant-tool ollama: Ollama (v0.7+) makes q8_0 and q4_K_M from the 16-bit base "
+                            "itself (default); --no-ollama-quantize makes every level with llama.cpp")
     extra.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR, metavar="PATH",
                        help=f"where models, summaries and response logs go (default: {DEFAULT_OUTPUT_DIR})")
     extra.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH",
@@ -1137,6 +1148,7 @@ def config_from_args(args: argparse.Namespace) -> QuantizationConfig:
         mode="run_once" if args.run_once is not None else "loop",
         base_model=args.base_model, target_size=args.target_size, max_degradation=args.max_degradation,
         max_iterations=args.max_iterations, evaluation_prompts=args.evaluation_prompts, quant_tool=args.quant_tool,
+        ollama_quantize=args.ollama_quantize,
         output_dir=args.output_dir, db=args.db, force=args.force, mock=args.mock, run_once_level=args.run_once,
         baseline_level=args.baseline_level, scenarios=args.scenarios, strategy=args.strategy,
         max_tokens=args.max_tokens, seed=args.seed, n_ctx=args.n_ctx, threads=args.threads,

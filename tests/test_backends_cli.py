@@ -157,13 +157,15 @@ def _indices(requests: list[RecordedRequest], name: str, *, kind: str) -> list[i
 
 
 @needs_llama
-@pytest.mark.parametrize("keep", ["best", "none"])
+@pytest.mark.parametrize(("keep", "native"), [("best", True), ("none", False)])
 def test_ollama_loop_walks_every_level_through_the_server(tiny_model: Path, tmp_path: Path,
-                                                          fake_ollama: FakeOllama, keep: str):
+                                                          fake_ollama: FakeOllama, keep: str, native: bool):
     out = tmp_path / "out"
     prompts = 3
+    native_levels = ["q8_0", "q4_K_M"] if native else []
     proc = run_cli("--loop", "--quant-tool", "ollama", "--strategy", "linear", "--max-degradation", "0.99",
                    "--seed", "7", "--system-prompt", "Be kind.", "--keep-models", keep,
+                   *([] if native else ["--no-ollama-quantize"]),
                    *_args(tiny_model, tmp_path, prompts=prompts),
                    cwd=tmp_path, env=_ollama_env(fake_ollama, tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -172,8 +174,9 @@ def test_ollama_loop_walks_every_level_through_the_server(tiny_model: Path, tmp_
     assert summary["backend"] == "ollama"
     info = summary["backend_info"]
     assert info["kind"] == "ollama" and info["host"] == fake_ollama.host and info["version"] == "0.12.6"
-    # The embedded llama.cpp makes every level's GGUF; the CLI never asks Ollama to quantize.
-    assert info["native_levels"] == []
+    # Ollama makes q8_0/q4_K_M from the 16-bit base itself (unless --no-ollama-quantize); the embedded llama.cpp
+    # makes every other level's GGUF.
+    assert info["native_levels"] == sorted(native_levels)
     assert info["file_quantizer"]["name"] == "llama.cpp"
     assert not (tmp_path / "quant.jsonl").exists(), "the fake llama-quantize on PATH must not be used"
     assert [it["quant_level"] for it in summary["iterations"]] == LEVELS
@@ -184,17 +187,27 @@ def test_ollama_loop_walks_every_level_through_the_server(tiny_model: Path, tmp_
     requests = fake_ollama.requests
     creates = [r for r in requests if r.path == "/_fake/create"]
     assert [r.body["model"] for r in creates] == [OLLAMA_NAMES[label] for label in ["f16", *LEVELS]]
-    for request in creates:
-        assert request.body["quantize"] is None and "--quantize" not in request.body["argv"]
+    for label, request in zip(["f16", *LEVELS], creates, strict=True):
+        if label in native_levels:
+            assert request.body["quantize"] == label and request.body["argv"][-2:] == ["--quantize", label]
+        else:
+            assert request.body["quantize"] is None and "--quantize" not in request.body["argv"]
         assert request.body["modelfile"] == f"FROM {request.body['from']}\n"
-    # The baseline is the base file itself; each level is its own GGUF inside --output-dir, made from the base.
+    # The baseline is the base file itself; each level is its own GGUF inside --output-dir, made from the base,
+    # or (native) Ollama's own quantization of the base, which leaves no file and so no KL divergence.
     assert creates[0].body["from"] == str(tiny_model.resolve())
     iterations = {it["quant_level"]: it for it in summary["iterations"]}
     for level, request in zip(LEVELS, creates[1:], strict=True):
         source = Path(request.body["from"])
+        if level in native_levels:
+            assert source == tiny_model.resolve()
+            assert iterations[level]["model_path"] is None and iterations[level]["fidelity"] is None
+            assert "KLD not measured" in iterations[level]["note"]
+            continue
         assert source.parent == out.resolve()
         assert source.name == f"tiny-llama_quantized_{level}_iter{iterations[level]['iteration']}.gguf"
         assert Path(iterations[level]["model_path"]).resolve() == source
+        assert iterations[level]["fidelity"]["kld_mean"] >= 0
 
     scenario_prompts = {s.prompt for s in EmotionalDatasetBuilder().take(prompts)}
     labels = ["f16", *LEVELS]

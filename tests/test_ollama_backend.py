@@ -18,7 +18,15 @@ from fake_ollama_server import FakeOllama, install_fake_cli
 
 from backends import Generation, GenerationSettings, LevelFailure, ProgressFn
 from errors import BackendError
-from ollama_backend import OllamaBackend, OllamaClient, OllamaError, ollama_model_name, parse_host
+from ollama_backend import (
+    NATIVE_QUANTIZE_SINCE,
+    OllamaBackend,
+    OllamaClient,
+    OllamaError,
+    _version_at_least,
+    ollama_model_name,
+    parse_host,
+)
 from quant_levels import get_level
 
 PREFIX = "tiny-llama"
@@ -137,6 +145,22 @@ def test_native_levels_are_quantized_by_ollama(ollama_env: FakeOllama, base_gguf
     assert model.modelfile == f"FROM {base_gguf.resolve()}\n"
     assert handle.size_bytes == model.size < base_gguf.stat().st_size
     assert handle.path is None  # the level exists only inside Ollama
+
+
+def test_an_ollama_older_than_0_7_gets_every_level_as_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with FakeOllama(version="0.6.8") as old:
+        install_fake_cli(tmp_path / "bin")
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+        monkeypatch.setenv("OLLAMA_HOST", old.address)
+        assert make_backend(use_native_quantize=True).native_levels == frozenset()
+
+
+@pytest.mark.parametrize(("version", "expected"), [
+    ("0.12.6", True), ("0.7.0", True), ("v0.7.1-rc2", True), ("1.0", True), ("0.6.8", False), ("0.1.32", False),
+    (None, True), ("", True), ("0.0.0", True),  # unknown or a dev build: assume a current Ollama
+])
+def test_native_quantize_needs_ollama_0_7(version: str | None, expected: bool):
+    assert _version_at_least(version, NATIVE_QUANTIZE_SINCE) is expected
 
 
 def test_without_native_quantize_every_level_is_imported_as_a_file(ollama_env: FakeOllama, base_gguf: Path):
