@@ -239,9 +239,16 @@ class Console:
         self.bars = not quiet and sys.stderr.isatty()
 
     def say(self, text: str) -> None:
-        """Print a line for the user (suppressed by --quiet)."""
-        if not self.quiet:
-            print(("[mock] " if self.mock else "") + text, flush=True)
+        """Print a line for the user (suppressed by --quiet), above any progress bar on screen."""
+        if self.quiet:
+            return
+        line = ("[mock] " if self.mock else "") + text
+        if self.bars:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
 
     def bar(self, total: int, desc: str, unit: str = "it"):
         """A tqdm progress bar, disabled when stderr is not a terminal or with --quiet."""
@@ -485,13 +492,23 @@ class Orchestrator:
                                f"{self.baseline.error}")
 
         if config.mode == "run_once":
-            levels = [get_level(config.run_once_level or "")]
-            outcome = run_strategy("linear", levels, self._evaluate_level, 1)
+            strategy, candidates, limit = "linear", [get_level(config.run_once_level or "")], 1
         else:
-            candidates = self._size_screen(list(LEVELS))
-            outcome = run_strategy(config.strategy, candidates, self._evaluate_level, config.max_iterations)
-            for name, ok in outcome.inferred.items():
-                self._record_inferred(get_level(name), ok)
+            strategy, candidates, limit = config.strategy, self._size_screen(list(LEVELS)), config.max_iterations
+        ladder = self.console.bar(min(len(candidates), limit), "ladder", unit="level")
+
+        def evaluate(level: Level) -> IterationResult:
+            ladder.set_postfix_str(level.name)
+            result = self._evaluate_level(level)
+            ladder.update(1)
+            return result
+
+        try:
+            outcome = run_strategy(strategy, candidates, evaluate, limit)
+        finally:
+            ladder.close()
+        for name, ok in outcome.inferred.items():
+            self._record_inferred(get_level(name), ok)
         return self._finish(started_at, resumed, outcome.inferred)
 
     def _size_screen(self, levels: list[Level]) -> list[Level]:

@@ -242,3 +242,43 @@ def test_help_shows_groups_examples_and_exit_codes(tmp_path: Path):
         assert text in out
     version = run_cli("--version", cwd=tmp_path)
     assert version.returncode == 0 and "pass1_quantization_loop.py" in version.stdout
+
+
+def _in_a_terminal(args: list[str], cwd: Path) -> str:
+    """Run the CLI with a pseudo-terminal (120 columns) as stdout and stderr; return everything it drew."""
+    import os
+    import pty
+    import shlex
+    import sys
+
+    from conftest import CLI
+
+    drawn = bytearray()
+
+    def read(fd: int) -> bytes:
+        data = os.read(fd, 65536)
+        drawn.extend(data)
+        return data  # pty.spawn echoes it to fd 1, which pytest captures
+
+    command = shlex.join([sys.executable, str(CLI), *args])
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        status = pty.spawn(["bash", "-c", f"stty cols 120 rows 40; exec {command}"], read)
+    finally:
+        os.chdir(old)
+    assert os.waitstatus_to_exitcode(status) == 0, drawn.decode(errors="replace")
+    return drawn.decode(errors="replace")
+
+
+def test_progress_bars_for_the_ladder_and_the_answers_only_on_a_terminal(tmp_path: Path):
+    args = ["--loop", "--mock", "--force", "--output-dir", "out", "--db", "t.db", "--evaluation-prompts", "5"]
+    screen = _in_a_terminal(args, tmp_path)
+    assert "ladder:" in screen and "level/s" in screen
+    assert "answers f16:" in screen and "answers q4_K_M:" in screen and "answer/s" in screen
+    assert "Use q4_K_M" in screen  # the lines the user reads are printed above the bars, not lost
+
+    quiet = _in_a_terminal([*args, "--quiet"], tmp_path)
+    assert "ladder:" not in quiet and "answers" not in quiet
+    piped = run_cli(*args, cwd=tmp_path)
+    assert piped.returncode == 0 and "ladder:" not in piped.stderr + piped.stdout
