@@ -115,6 +115,8 @@ _ADJACENT_NEGATORS = frozenset("no nothing none".split())
 _NEVER_INTENSIFIES = frozenset("been felt seen had was were".split())
 _FEEL_WORDS = frozenset("feel feels feeling felt".split())
 _FEEL_BOOST = 3.0
+# Weight of a negated cue ("not happy", "don't be scared") as talk about that feeling, in intensity and match.
+_DENIED_WEIGHT = 0.5
 # Weak tone leans for text without sentiment words: negation reads as denial or refusal, "!" as enthusiasm.
 _NEGATION_LEAN = 0.05
 _EXCLAIM_LEAN = 0.03
@@ -149,21 +151,24 @@ class _Analysis:
     sentences: tuple[str, ...]
     cues: dict[str, float]  # profile name -> cue mass (negated cues dropped)
     cue_total: float
+    denied: dict[str, float]  # profile name -> mass of negated cues ("not happy", "don't worry")
     sentence_compounds: tuple[float, ...]
     lexical_valence: float  # -1..1 from the cue lexicon's valences
     negations: int  # negators ("not", "never", "don't", ...)
 
 
-def _match_cues(tokens: tuple[str, ...]) -> tuple[dict[str, float], float]:
-    """Cue mass per profile, and the valence of negated cues.
+def _match_cues(tokens: tuple[str, ...]) -> tuple[dict[str, float], float, dict[str, float]]:
+    """Cue mass per profile, the valence of negated cues and the mass of negated cues per profile.
 
     Phrases match first (longest wins), then words.  A cue after a negator in its clause is dropped from the masses
     ("not happy" is no evidence of joy) but its valence, flipped, goes into the second value: "not happy" leans
-    negative, "not bad" mildly positive (half weight: negated negatives are weaker praise).
+    negative, "not bad" mildly positive (half weight: negated negatives are weaker praise).  The third value keeps
+    the negated cues themselves: a denied feeling is still talk about that feeling ("don't be scared").
     """
     from emotion_taxonomy import CUE_LEXICON
 
     masses: dict[str, float] = {}
+    denied: dict[str, float] = {}
     negated_valence = 0.0
     i = 0
     while i < len(tokens):
@@ -183,6 +188,8 @@ def _match_cues(tokens: tuple[str, ...]) -> tuple[dict[str, float], float]:
             for name, weight in found:
                 valence = PROFILES[name].valence
                 negated_valence += -weight if valence == "positive" else 0.5 * weight if valence == "negative" else 0.0
+                if "?" not in token:
+                    denied[name] = denied.get(name, 0.0) + weight
         elif found:
             # The word after "feel"/"felt" names the feeling itself ("i feel drained"): stronger evidence.
             named = token in _FEEL_WORDS or any(t in _FEEL_WORDS for t in tokens[max(0, i - 3):i])
@@ -192,7 +199,7 @@ def _match_cues(tokens: tuple[str, ...]) -> tuple[dict[str, float], float]:
             for name, weight in found:
                 masses[name] = masses.get(name, 0.0) + weight * boost
         i += span
-    return masses, negated_valence
+    return masses, negated_valence, denied
 
 
 def _negated(tokens: tuple[str, ...], index: int) -> bool:
@@ -213,14 +220,14 @@ def _analyze(response: str) -> _Analysis:
     tokens = tuple(_TOKEN.findall(lower))
     words = tuple(t for t in tokens if _is_word(t))
     sentences = tuple(s.strip() for s in _SENTENCE_SPLIT.split(text) if s and s.strip())
-    cues, negated_valence = _match_cues(tokens)
+    cues, negated_valence, denied = _match_cues(tokens)
     vader = _vader()
     compounds = tuple(vader.polarity_scores(s)["compound"] for s in sentences if _WORD.search(s.lower()))
     positive = sum(m for name, m in cues.items() if PROFILES[name].valence == "positive")
     negative = sum(m for name, m in cues.items() if PROFILES[name].valence == "negative")
     return _Analysis(
         text=text, lower=lower, tokens=tokens, words=words, sentences=sentences, cues=cues,
-        cue_total=sum(cues.values()), sentence_compounds=compounds,
+        cue_total=sum(cues.values()), denied=denied, sentence_compounds=compounds,
         lexical_valence=(positive - negative + negated_valence) / (positive + negative + abs(negated_valence) + 1.0),
         negations=sum(1 for t in tokens if t in _NEGATORS),
     )
@@ -648,20 +655,25 @@ def response_fluency(response: str, scenario: Any) -> float:
 
 
 _INTENSITY_SCALE = 4.0
+# Interjections, the word class that exists to voice feeling ("oh", "aww", "ouch", "geez"); fillers ("um", "hmm") and
+# attention-getters ("hey") are not among them, and those the cue lexicon knows ("wow", "ugh") count as cues.
+_INTERJECTION = re.compile(r"^(?:o+h+|a+h+|a+w+|o+o+h+|ouch|gosh|gee+z|jee+z|dang|darn|welp|eh|bah|pf+t|aha|alas|"
+                           r"shee+sh|yee+sh|bru+h|whew|yowza|blah)$")
 # Degree words that heighten whatever follows ("so", "really", "totally"), counted wherever they stand.
 _INTENSIFIERS = frozenset("""so such really very too totally absolutely literally seriously extremely super incredibly
-    utterly truly completely honestly deeply insanely""".split())
+    utterly truly completely honestly deeply insanely fucking freaking frickin friggin effing bloody damn""".split())
 
 
 def expressed_intensity(response: str) -> float:
     """How strongly the text expresses emotion, 0..1: ``1 - exp(-E / (4 * sqrt(max(words, 10) / 10)))``.
 
-    E = sum over words of |VADER valence| / 4 + emotion-cue mass + 0.4 * boosters before emotional words
-    + 0.3 * exclamation marks (at most 5) + 0.4 * all-caps words + 0.3 * elongated words ("sooo") + 0.4 * first-person
-    words (at most 3: speaking of oneself is self-disclosure) + 0.3 * intensifiers ("so", "really", "totally")
-    wherever they stand.  Dividing by the
-    square root of length lets a longer text need more emotional words for the same intensity; the scale 4 puts a
-    calm practical reply near 0, a warm everyday one near 0.5 and an outpouring near 0.9.
+    E = sum over words of |VADER valence| / 4 + emotion-cue mass (question marks excluded) + 0.5 * negated cue mass
+    ("not happy at all" still voices a feeling) + 0.4 * boosters before emotional words + 0.3 * exclamation marks (at
+    most 5) + 0.4 * all-caps words + 0.3 * elongated words ("sooo") + 0.4 * first-person words (at most 3: speaking
+    of oneself is self-disclosure) + 0.3 * intensifiers ("so", "really", "totally", expletives such as "freaking")
+    wherever they stand + 0.4 * interjections ("oh", "aww", "ouch", "geez").  Dividing by the square root of length
+    lets a longer text need more emotional words for the same intensity; the scale 4 puts a calm practical reply
+    near 0, a warm everyday one near 0.5 and an outpouring near 0.9.
     """
     analysis = _analyze(response)
     n = len(analysis.words)
@@ -674,14 +686,18 @@ def expressed_intensity(response: str) -> float:
     emotional = [s > 0 or bool(word_cues(w)) for s, w in zip(strength, analysis.tokens, strict=True)]
     boosters = sum(1 for k, w in enumerate(analysis.tokens)
                    if BOOSTER_DICT.get(w, 0) > 0 and any(emotional[k + 1:k + 3]))
-    cue_mass = analysis.cue_total - analysis.cues.get("curiosity", 0.0)  # question marks are not intensity
+    # Question marks are not intensity ("i'm so curious" is); a denied feeling ("not happy at all") is still one.
+    questions = sum(1 for t in analysis.tokens if "?" in t) * sum(w for _, w in word_cues("?"))
+    cue_mass = (analysis.cue_total - min(questions, analysis.cues.get("curiosity", 0.0))
+                + _DENIED_WEIGHT * sum(analysis.denied.values()))
     exclamations = min(5, analysis.text.count("!"))
+    interjections = sum(1 for w in analysis.words if _INTERJECTION.match(w))
     caps = sum(1 for w in _RAW_WORD.findall(analysis.text) if len(w) >= 3 and w.isalpha() and w.isupper())
     elongated = sum(1 for w in analysis.words if _ELONGATED.search(w))
     first_person = min(3, sum(1 for w in analysis.words if w in _ME_WORDS))
     intensifiers = sum(1 for w in analysis.words if w in _INTENSIFIERS)
     energy = (sum(strength) + cue_mass + 0.4 * boosters + 0.3 * exclamations + 0.4 * caps + 0.3 * elongated
-              + 0.4 * first_person + 0.3 * intensifiers)
+              + 0.4 * first_person + 0.3 * intensifiers + 0.4 * interjections)
     return _saturate(energy / (_INTENSITY_SCALE * math.sqrt(max(n, 10) / 10.0)))
 
 
@@ -707,12 +723,14 @@ def emotional_match(response: str, scenario: Any) -> float:
     fit = sum over cue profiles of mass * affinity(target, profile) / C: the share of the reply's emotion words that
     belong to the target emotion (1), a related emotion (0.85), its family when the target is a basic emotion (0.8),
     the rest of its family (0.35) or only its valence (0.1).  Cues right after "feel"/"felt" count 3x (they name
-    the feeling); stance cues (caring, approval, curiosity: "gentle", "agree", "?") enter C only with their
-    affinity, so they support a matching target without counting against others.  With few cues the score leans
-    on tone, capped at 0.5 since tone alone is weak evidence: valence_fit is how well the tone suits the target's
-    valence, g = 1 for a basic emotion (tone is evidence for a broad family, not a specific member) else 0.9, and
-    arousal_fit = 1 - |text arousal - target arousal| / 2 when the text shows arousal ("!", caps, "sooo"), else 1.
-    For "neutral" the score is (1 - e) * (1 - |tone|).
+    the feeling); a negated negative-emotion cue counts half for its emotion, since a denied fear or guilt is still
+    the feeling under discussion ("don't be scared", "i don't feel guilty"), while a negated positive one counts
+    nothing ("not happy" is no joy); stance cues (caring, approval, curiosity: "gentle", "agree", "?") enter C only
+    with their affinity, so they support a matching target without counting against others.  With few cues the
+    score leans on tone, capped at 0.5 since tone alone is weak evidence: valence_fit is how well the tone suits the
+    target's valence, g = 1 for a basic emotion (tone is evidence for a broad family, not a specific member) else
+    0.9, and arousal_fit = 1 - |text arousal - target arousal| / 2 when the text shows arousal ("!", caps, "sooo"),
+    else 1.  For "neutral" the score is (1 - e) * (1 - |tone|).
     """
     analysis = _analyze(response)
     target = _profile(scenario)
@@ -720,7 +738,7 @@ def emotional_match(response: str, scenario: Any) -> float:
         return 0.0
     tone = _tone(analysis)
     support = relevant = 0.0
-    for name, mass in analysis.cues.items():
+    for name, mass in _match_masses(analysis).items():
         weight = affinity(target, name)
         support += mass * weight
         # A responder's stance (kindness, agreement, a question) is evidence for a matching target but no
@@ -738,6 +756,22 @@ def emotional_match(response: str, scenario: Any) -> float:
 
 
 _STANCE_PROFILES = frozenset({"caring", "approval", "curiosity"})
+
+
+def _match_masses(analysis: _Analysis) -> dict[str, float]:
+    """The cue masses emotional_match reads: the text's cues plus half the mass of negated negative-emotion cues.
+
+    A denied negative feeling is still the feeling under discussion: "don't be scared", "it's not your fault" and
+    "i don't feel guilty" engage with fear and guilt.  A denied positive one is not ("not happy" is no joy; its
+    flipped valence already counts in the tone).
+    """
+    denied = {name: mass for name, mass in analysis.denied.items() if PROFILES[name].valence == "negative"}
+    if not denied:
+        return analysis.cues
+    masses = dict(analysis.cues)
+    for name, mass in denied.items():
+        masses[name] = masses.get(name, 0.0) + _DENIED_WEIGHT * mass
+    return masses
 
 
 def _phrases(*patterns: str) -> re.Pattern[str]:

@@ -244,7 +244,7 @@ _TABLE: tuple[EmotionProfile, ...] = (
        ~impatient ~petty ~moody ~bitchy ~bothered ~rude ~selfish ~greedy ~obnoxious ~stubborn ~whatever
        ~sarcastic whiney
        yikes oof ugh smh facepalm ~seriously ~eye_roll ~meh ~come_on ~give_me_a_break ~get_a_grip ~cringe*
-       grow_up get_over_it shut_up"""),
+       grow_up get_over_it shut_up ~complain* ~nag ~nagging ~nagged bugs_me bugging_me bugged_me"""),
     _p("frustration", "negative", "anger", 0.7, "frustrated", "annoyance anger disappointment",
        """frustrat* exasperat* aggravat* wits_end running_out_of_patience impatient impatience drives_me_nuts
        driving_me_nuts fed_up at_a_loss ~stuck ~again ~still ~defensive ~pressured ~restless"""),
@@ -256,7 +256,7 @@ _TABLE: tuple[EmotionProfile, ...] = (
        ~trash ~garbage ~overhyped ~lousy ~pathetic ~shame ~boo ~booing ~unwatchable ~unbearable ~ridiculous ~terrible
        ~dumb ~awful
        inaccura* incorrect bogus sketchy shady mediocre subpar scam* rigged derogatory offensive ripoff rip-off cursed
-       ~cheesy ~bland ~bleh ~fake ~clown* ~inferior ~sloppy ~flawed ~misleading ~wrong ~biased"""),
+       ~cheesy ~bland ~bleh ~fake ~clown* ~inferior ~sloppy ~flawed ~misleading ~wrong ~biased dislike*"""),
     _p("jealousy", "negative", "anger", 0.7, "jealous", "envy insecurity",
        """jealous* green_with_envy green-eyed possessive* why_not_me replaced ~envy ~envious ~resent* ~rival*
        ~left_out ~insecure ~bitter ~possessive"""),
@@ -285,13 +285,13 @@ _TABLE: tuple[EmotionProfile, ...] = (
        phobi* defenseless unprotected assaulted ~vulnerable ~helpless ~exposed ~suspicious ~wary ~distrust*
        ~disturbed ~alarmed
        scared afraid terrified frightened petrified horrified ~nervous ~anxious ~worried ~uneasy ~shaky ~creeped_out
-       ~spooked"""),
+       ~spooked ~disturbing ~chilling"""),
     _p("anxiety", "negative", "fear", 0.7, "anxious worry worried stress stressed apprehension apprehensive unease",
        "nervousness fear overwhelm",
        """anxi* worri* worry* stress* tense tension uneas* apprehens* restless* overthink* on_edge can't_sleep
        chest_gets_tight tight_chest jittery what_if ruminat* insomnia fret* ~uncertain ~panic ~nervous*
        distress* neurotic agitated antsy keyed_up ~pressure ~pressured ~uncomfortable ~hesitant ~reluctant
-       ~doubtful ~insecure ~skeptical ~cautious ~troubled ~disturbed ~vulnerable uptight ~rushed
+       ~doubtful ~insecure ~skeptical ~sceptical ~cautious ~troubled ~disturbed ~vulnerable uptight ~rushed
        worried worrying worrisome nervous ~shaky ~jittery ~on_edge ~restless"""),
     _p("nervousness", "negative", "fear", 0.7, "nervous jitters", "anxiety fear",
        """nervous* jitter* butterflies shaky sweaty_palms edgy uneasy timid stage_fright cold_feet ~tense
@@ -320,7 +320,7 @@ _TABLE: tuple[EmotionProfile, ...] = (
        """confus* puzzl* bewilder* perplex* baffl* don't_understand doesn't_make_sense makes_no_sense no_idea
        unsure not_sure huh how_come unclear mystif* can't_tell don't_get_it mixed_signals ~weird ~strange
        ~odd ~i_wonder ~don't_know feel_funny feels_funny feeling_funny felt_funny 🤔 😕 indecisive
-       disoriented dazed ~lost ~torn ~conflicted ~ambivalent ~distracted"""),
+       disoriented dazed ~lost ~torn ~conflicted ~ambivalent ~distracted ~bizarre"""),
     _p("curiosity", "ambiguous", "surprise", 0.5, "curious interest interested intrigue", "confusion",
        """curious* curiosity interested interesting intrigu* fascinat* wonder wonders wondered wondering
        i_wonder tell_me_more want_to_know wondering_if ~interest ~why ~how ~what ~?

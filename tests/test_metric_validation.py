@@ -15,10 +15,10 @@ DATA = ROOT.parent / "shared" / "data"
 # The reported figures (README) minus a small margin; where the aim is met it is the floor itself.
 FLOORS = {
     "emotion match top-1 macro recall, GoEmotions Ekman-6": 0.60,
-    "emotion match top-1 macro recall, dair-ai val": 0.67,
+    "emotion match top-1 macro recall, dair-ai val": 0.685,
     "sentiment accuracy, GoEmotions pos vs neg": 0.85,
     "empathy ROC AUC, ED listener intents": 0.80,
-    "intensity ROC AUC, GoEmotions emotional vs neutral": 0.75,
+    "intensity ROC AUC, GoEmotions emotional vs neutral": 0.77,
     "fluency ROC AUC, original vs shuffled words": 0.95,
     "fluency ROC AUC, original vs looped last sentence": 0.95,
 }
