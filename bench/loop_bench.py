@@ -14,7 +14,7 @@ changes the absolute seconds more than the comparisons:
    generation phase for q4_K_M (tokens/s, scoring included on the orchestrator's side);
 6. peak RSS of each CLI run (the process and its children, sampled every 0.1 s).
 
-Usage: python bench/loop_bench.py [--prompts 25] [--workdir DIR] [--json]
+Usage: python bench/loop_bench.py [--prompts 50] [--workdir DIR] [--json]
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def raw_tokens_per_s(model: Path, prompts: list[str], settings: GenerationSettin
 def main() -> int:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prompts", type=int, default=25)
+    parser.add_argument("--prompts", type=int, default=50,
+                        help="scenarios per level (default 50: with 25 the demo model's levels are within noise)")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--max-degradation", type=float, help="skip calibration and use this target")
     parser.add_argument("--json", action="store_true")
