@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,3 +32,22 @@ def run_cli(*args: str | os.PathLike, cwd: Path, env: dict[str, str] | None = No
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, str(CLI), *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def process_gone(pid: int, needle: str | None = None, timeout: float = 5.0) -> bool:
+    """True once ``pid`` no longer runs, waiting up to ``timeout`` seconds.
+
+    A zombie waiting to be reaped counts as gone; with ``needle``, so does a process whose command line no longer
+    holds it (the PID was recycled by something else).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE or (needle and needle not in " ".join(proc.cmdline())):
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)

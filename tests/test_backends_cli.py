@@ -20,9 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from conftest import run_cli
+from conftest import process_gone, run_cli
 from fake_ollama_server import FakeOllama, RecordedRequest, canonical, install_fake_cli
 
 from emotional_dataset_builder import EmotionalDatasetBuilder
@@ -81,24 +80,6 @@ def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _still_running(pid: int, needle: str, timeout: float = 5.0) -> bool:
-    """True if ``pid`` is still a live (non-zombie) process whose command line holds ``needle`` after ``timeout``.
-
-    The command-line check keeps a recycled PID from counting as the fake tool.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            proc = psutil.Process(pid)
-            if proc.status() == psutil.STATUS_ZOMBIE or needle not in " ".join(proc.cmdline()):
-                return False
-        except psutil.Error:
-            return False
-        if time.monotonic() > deadline:
-            return True
-        time.sleep(0.05)
 
 
 def _no_leftovers(out: Path) -> None:
@@ -333,7 +314,7 @@ def test_binaries_loop_quantizes_with_llama_quantize_and_answers_with_llama_serv
     assert len(chats) == 2 * 7
     assert all(chat["body"]["temperature"] == 0.0 and chat["body"]["max_tokens"] == 8 for chat in chats)
     for start in starts:
-        assert not _still_running(start["pid"], "llama-server"), "a llama-server outlived its level"
+        assert process_gone(start["pid"], "llama-server"), "a llama-server outlived its level"
     _no_leftovers(out)
 
 
@@ -383,11 +364,11 @@ def test_binaries_quantizer_timeout_kills_the_tool_and_the_loop_goes_on(
     calls = _read_jsonl(tmp_path / "quant.jsonl")
     assert len(calls) == 3
     for call in calls:
-        assert not _still_running(call["pid"], "llama-quantize"), "a timed-out llama-quantize is still running"
+        assert process_gone(call["pid"], "llama-quantize"), "a timed-out llama-quantize is still running"
     # the last level's quantizer and the child it started (the pid file is rewritten per level)
     pids = [int(line) for line in (tmp_path / "quant.pids").read_text().split()]
     assert len(pids) == 2 and pids[0] == calls[-1]["pid"]
-    assert not _still_running(pids[1], "time.sleep"), "the quantizer's child outlived the timeout"
+    assert process_gone(pids[1], "time.sleep"), "the quantizer's child outlived the timeout"
     assert not list(out.glob("*.gguf"))
     _no_leftovers(out)
 

@@ -15,8 +15,8 @@ import stat
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from conftest import process_gone
 
 import llamacpp_binaries
 from backends import Generation, GenerationSettings, LevelFailure, partial_path
@@ -80,20 +80,6 @@ def server_start(path: Path) -> dict:
 def chat_bodies(path: Path) -> list[dict]:
     return [entry["body"] for entry in read_jsonl(path)
             if entry["event"] == "request" and entry["path"] == "/v1/chat/completions"]
-
-
-def process_gone(pid: int, timeout: float = 5.0) -> bool:
-    """True once ``pid`` no longer runs (a zombie waiting for init to reap it counts as gone)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
 
 
 def port_closed(port: int) -> bool:
